@@ -106,13 +106,16 @@ def resolve_parameters(
     notebook_dir: Path,
     profile: dict[str, Any],
     overrides: dict[str, Any],
+    known_chapters: list[Chapter] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each chapter's parameters: profile common values, then its own, then the overrides.
 
-    A name that no chapter declares, or a chapter section naming a parameter its notebook
-    lacks, is an error rather than the warning papermill would give.
+    A name that no notebook declares (among `known_chapters`, by default `chapters`), or a
+    chapter section naming a parameter its notebook lacks, is an error rather than the
+    warning papermill would give.
     """
-    declared = {c.name: declared_parameters(notebook_dir / f"{c.name}.ipynb") for c in chapters}
+    known = known_chapters or chapters
+    declared = {c.name: declared_parameters(notebook_dir / f"{c.name}.ipynb") for c in known}
     all_declared = set().union(*declared.values()) if declared else set()
     for source, values in [("profile common section", profile["common"]), ("--set", overrides)]:
         unknown = sorted(set(values) - all_declared)
@@ -131,7 +134,7 @@ def resolve_parameters(
                 f"{profile['name']}: it declares {sorted(declared[chapter_name])}"
             )
     resolved = {}
-    for chapter in chapters:
+    for chapter in chapters:  # only the chapters that run get parameters
         names = declared[chapter.name]
         merged = {k: v for k, v in profile["common"].items() if k in names}
         merged.update(profile["notebooks"].get(chapter.name, {}))
@@ -174,9 +177,11 @@ def execute_chapter(
         )
     except PapermillExecutionError as error:
         execution.status = "failed"
+        first_line = ((error.source or "").strip().splitlines() or [""])[0]
         execution.error = (
-            f"notebook {source} failed in cell {error.cell_index} "
-            f"(execution count {error.exec_count}): {error.ename}: {error.evalue}"
+            f"notebook {source} failed in cell {error.cell_index} of the executed copy "
+            f"(execution count {error.exec_count}, starting {first_line!r})"
+            f": {error.ename}: {error.evalue}"
         )
         failed_copy = output_dir / f".{chapter.name}.failed.ipynb"
         if partial.exists():
@@ -233,7 +238,9 @@ def run_batch(
                 execution = future.result()
                 del running[future]
                 finished[execution.chapter] = execution
-                logger.info("%s: %s in %.1f s", execution.chapter, execution.status, execution.seconds)
+                logger.info(
+                    "%s: %s in %.1f s", execution.chapter, execution.status, execution.seconds
+                )
                 failed = failed or execution.status == "failed"
     for name in pending:
         finished[name] = Execution(name, status="skipped")
@@ -317,6 +324,7 @@ def run(
     """Execute the chapters and build the book; the entry point behind `make book`."""
     profile = load_profile(profile_name)
     chapters = [c for c in CHAPTERS if (notebook_dir / f"{c.name}.ipynb").exists()]
+    existing = list(chapters)
     if only:
         unknown = sorted(set(only) - {c.name for c in chapters})
         if unknown:
@@ -328,13 +336,15 @@ def run(
         overrides["data_root"] = str(Path(data_root).resolve())
     output_dir = book_root / "book" / "chapters"
     overrides.setdefault("results_dir", str((output_dir / "results").resolve()))
-    parameters = resolve_parameters(chapters, notebook_dir, profile, overrides)
+    parameters = resolve_parameters(chapters, notebook_dir, profile, overrides, existing)
     if jobs is None:
         jobs = _default_jobs(parameters)
     _assign_gpus(parameters, jobs)
 
     executions = run_batch(chapters, notebook_dir, output_dir, parameters, REPO_ROOT, jobs)
-    write_reproducibility_page(book_root / "book" / "reproducibility.md", profile, executions, dataset)
+    write_reproducibility_page(
+        book_root / "book" / "reproducibility.md", profile, executions, dataset
+    )
     failures = [e for e in executions if e.status == "failed"]
     if failures:
         raise BookError("; ".join(e.error for e in failures) + " (the book was not built)")
