@@ -100,10 +100,22 @@ class PreparedTables:
 ExtraFiles = Callable[[PreparedTables], dict[str, Callable[[Path], None]]]
 
 
+def code_digest() -> str:
+    """sha256 over this package's source files, so that a change to the preparation code
+    invalidates earlier preparations (and the training runs keyed by their fingerprint)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(source: str, parameters: dict, source_files: Sequence[dict]) -> str:
-    """sha256 over the format version, source, parameters and input contents (not paths)."""
+    """sha256 over the format version, the preparation code, source, parameters and input
+    contents (not paths)."""
     content = {
         "format_version": FORMAT_VERSION,
+        "code": code_digest(),
         "source": source,
         "parameters": parameters,
         "inputs": [{"bytes": f["bytes"], "sha256": f["sha256"]} for f in source_files],
