@@ -1,7 +1,9 @@
 """Helpers for the book's chapters, so that notebook cells hold only what a chapter is about.
 
 Preparing the dataset a chapter reads, recording a chapter's key numbers as JSON for the tests
-and later chapters, showing the package's own source next to an equation, and the few figure
+and later chapters, showing the package's own source next to an equation, training grids of
+runs and summarising them over seeds with paired per-user tests, the synthetic world's oracle
+ranking, reading a trained model back with what its interests learned, and the few figure
 conventions several chapters share.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -307,3 +310,368 @@ def use_book_style() -> None:
 
     sns.set_theme(style="whitegrid", context="notebook")
     plt.rcParams.update({"figure.figsize": (7.0, 3.6), "figure.dpi": 100, "savefig.dpi": 100})
+
+
+# --- training runs for the chapters ----------------------------------------------------------
+
+METRIC_NAMES = ("recall", "hit_rate", "ndcg")
+CUTOFFS = (10, 20, 50)
+ACCURACY_METRICS = tuple(f"{name}@{n}" for name in METRIC_NAMES for n in CUTOFFS)
+BEYOND_ACCURACY_METRICS = tuple(
+    f"{name}@{n}" for name in ("coverage", "diversity") for n in CUTOFFS
+)
+BASELINES = ("pop", "youtube_dnn", "gru4rec", "sasrec", "mind", "comirec_dr", "comirec_sa")
+
+
+def training_config(
+    model: str,
+    dataset_folder: str | Path,
+    *,
+    run_root: str | Path,
+    device: str,
+    max_steps: int,
+    eval_every: int,
+    batch_size: int,
+    max_len: int,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The TrainConfig fields every chapter trains with: the profile's budget plus `overrides`.
+
+    Chapters 3, 4 and 5 build their configurations here, so the same model and budget give the
+    same dictionary, hence the same run folder, and a run trained by one chapter is reused by
+    the next. The seed is set per run by `train_grid`.
+    """
+    config = {
+        "model": model,
+        "dataset": str(dataset_folder),
+        "run_root": str(run_root),
+        "device": device,
+        "max_steps": int(max_steps),
+        "eval_every": int(eval_every),
+        "batch_size": int(batch_size),
+        "max_len": int(max_len),
+        "progress": False,
+    }
+    config.update(overrides)
+    return config
+
+
+def train_grid(
+    settings: Mapping[str, Mapping[str, Any]],
+    seeds: list[int] | tuple[int, ...],
+    base_config: Mapping[str, Any],
+    dataset: Any = None,
+) -> pd.DataFrame:
+    """Train (or reuse) every setting with every seed; one row per run.
+
+    Each run's configuration is `{**base_config, **settings[name], "seed": seed}`. Columns:
+    `setting`, `seed`, `model`, the test metrics under their own names (`recall@50`, ...,
+    `coverage@10`, ...), the validation metrics prefixed `valid_`, `best_step`, `steps`,
+    `seconds` (training and evaluation), `reused` and `run_dir`.
+    """
+    from cmi.train import train
+
+    if not seeds:
+        raise ValueError("train_grid needs at least one seed")
+    rows = []
+    for name, overrides in settings.items():
+        for seed in seeds:
+            config = {**base_config, **overrides, "seed": int(seed)}
+            result = train(config, dataset)
+            row = {"setting": name, "seed": int(seed), "model": config["model"]}
+            row.update({key: value for key, value in result.test.items() if key != "n_users"})
+            row.update({f"valid_{key}": value for key, value in result.valid.items()})
+            row.update(
+                {
+                    "best_step": result.best_step,
+                    "steps": result.steps,
+                    "seconds": result.seconds.get("total", 0.0),
+                    "reused": result.reused,
+                    "run_dir": str(result.run_dir),
+                }
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's `history.csv` (one row per validation evaluation) with its setting and seed;
+    runs without training (Pop) contribute no rows."""
+    frames = []
+    for run in runs.itertuples():
+        history = pd.read_csv(Path(run.run_dir) / "history.csv")
+        if len(history):
+            frames.append(history.assign(setting=run.setting, seed=run.seed))
+    if not frames:
+        return pd.DataFrame(columns=["setting", "seed", "step"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(
+    runs: pd.DataFrame, metrics: tuple[str, ...] = ACCURACY_METRICS, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Mean and t interval over seeds of each metric, one row per setting, indexed by setting
+    in the order the settings first appear in `runs` (see `cmi.stats.summarise_runs`)."""
+    from cmi.stats import summarise_runs
+
+    summary = summarise_runs(runs, ["setting"], list(metrics), confidence)
+    order = list(dict.fromkeys(runs["setting"]))
+    return summary.set_index("setting").loc[order]
+
+
+def interval_table(
+    summary: pd.DataFrame, metrics: tuple[str, ...] = ACCURACY_METRICS, digits: int = 3
+) -> pd.DataFrame:
+    """`summarise`'s output as text, `mean ± half-width` per metric (the mean alone when the
+    interval is undefined, i.e. for one run)."""
+
+    def cell(mean: float, half_width: float) -> str:
+        if np.isnan(mean):
+            return "n/a"
+        if np.isnan(half_width):
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ± {half_width:.{digits}f}"
+
+    return pd.DataFrame(
+        {
+            metric: [
+                cell(row[f"{metric}_mean"], row[f"{metric}_half_width"])
+                for _, row in summary.iterrows()
+            ]
+            for metric in metrics
+        },
+        index=summary.index,
+    )
+
+
+def per_user_values(
+    runs: pd.DataFrame, metric: str = "recall@50", split: str = "test"
+) -> pd.DataFrame:
+    """Per-user `metric` on `split` of every run: one row per user, one column per (setting,
+    seed); read from the runs' `per_user_<split>.parquet`."""
+    columns = {}
+    for run in runs.itertuples():
+        frame = pd.read_parquet(Path(run.run_dir) / f"per_user_{split}.parquet")
+        columns[(run.setting, run.seed)] = frame.set_index("user")[metric]
+    table = pd.DataFrame(columns)
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["setting", "seed"])
+    return table.rename_axis("user")
+
+
+def paired_tests(
+    runs: pd.DataFrame, reference: str, metric: str = "recall@50", split: str = "test"
+) -> pd.DataFrame:
+    """Per-user paired tests of setting `reference` against every other setting of `runs`.
+
+    Each user's value of a setting is the mean of `metric` over that setting's seeds, so one
+    pair per user enters the tests. `mean_difference` is reference minus the other setting
+    (positive: the reference is better). Columns follow `cmi.stats.PairedTest`.
+    """
+    from cmi.stats import paired_test
+
+    if reference not in set(runs["setting"]):
+        raise ValueError(f"reference setting {reference!r} is not among {sorted(runs.setting)}")
+    per_seed = per_user_values(runs, metric, split)
+    per_user = per_seed.T.groupby(level="setting", sort=False).mean().T  # users x settings
+    rows = []
+    for setting in dict.fromkeys(runs["setting"]):
+        if setting == reference:
+            continue
+        test = paired_test(per_user[reference], per_user[setting])
+        rows.append({"setting": setting, **test.__dict__})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+# --- the oracle of the synthetic world ---------------------------------------------------------
+
+
+class OracleScorer(torch.nn.Module):
+    """Stands in for a model so that `cmi.evaluate.evaluate` ranks by the true probabilities.
+
+    The synthetic world's probability that user u picks item i on day d is
+    `(1 - exploration) * user_interest[u, d, c(i)] * item_weight_in_category[i]
+    + exploration * item_popularity[i]`, with c(i) the item's true category. It is the inner
+    product of a user vector `[user_interest[u, d, :], 1]` (one interest, C + 1 entries) with
+    an item vector that holds `(1 - exploration) * item_weight_in_category[i]` at c(i) and
+    `exploration * item_popularity[i]` last, so the shared evaluation scores it unchanged.
+
+    `evaluate` does not pass user ids to a model, only histories; the scorer is built with the
+    users the evaluation visits, in its order, and serves their vectors batch by batch. Each
+    batch's histories are compared with those users' histories, so a change in the order would
+    raise an error rather than mix users up.
+    """
+
+    def __init__(self, dataset: Any, split: str, max_len: int | None = None) -> None:
+        super().__init__()
+        truth = dataset.ground_truth
+        if truth is None:
+            raise ValueError(f"dataset {dataset.name!r} has no ground truth: it is not synthetic")
+        days = dataset.metadata["days"]
+        day = days["test_day"] if split == "test" else days["valid_day"]
+        exploration = float(truth["exploration"])
+        category = np.asarray(truth["item_category"])
+        n_categories = np.asarray(truth["user_interest"]).shape[2]
+        items = np.zeros((len(category), n_categories + 1))  # (N + 1, C + 1)
+        real = np.flatnonzero(category >= 0)
+        items[real, category[real]] = (1 - exploration) * truth["item_weight_in_category"][real]
+        items[real, n_categories] = exploration * truth["item_popularity"][real]
+        users = np.asarray(truth["user_interest"])[:, day, :]  # (U, C)
+        users = np.concatenate([users, np.ones((len(users), 1))], axis=1)  # (U, C + 1)
+        self.register_buffer("items", torch.from_numpy(items).float())
+        self.register_buffer("users", torch.from_numpy(users).float())
+        self.n_interests = 1
+        self.histories = dataset.history(split)
+        self.max_len = dataset.max_history if max_len is None else max_len
+        self.order = np.flatnonzero(dataset.targets(split).lengths > 0)  # evaluate's users
+        self.position = 0
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N + 1, C + 1) item vectors; row 0 (padding) is zero."""
+        return self.items
+
+    def interests(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, 1, C + 1): the next B users' vectors for the target day."""
+        rows = self.order[self.position : self.position + len(history)]
+        expected = self.histories.padded(rows, self.max_len, keep="last")
+        if len(rows) != len(history) or not np.array_equal(expected, history.cpu().numpy()):
+            raise RuntimeError(
+                "OracleScorer: the evaluation visited users in an unexpected order; the oracle "
+                "serves users with a target in increasing id, batch by batch"
+            )
+        self.position += len(rows)
+        return self.users[torch.from_numpy(rows).to(self.users.device)][:, None, :]
+
+
+def oracle_evaluation(
+    dataset: Any, split: str = "test", ks: tuple[int, ...] = CUTOFFS, max_len: int | None = None
+):
+    """The oracle ranking's `EvalResult` on `split` of a synthetic dataset, computed by the
+    same `cmi.evaluate.evaluate` as every model (history items masked, the same targets)."""
+    from cmi.evaluate import evaluate
+
+    scorer = OracleScorer(dataset, split, max_len)
+    return evaluate(scorer, dataset, split=split, ks=ks, max_len=scorer.max_len)
+
+
+# --- trained models and their interests ------------------------------------------------------
+
+
+def load_model(run_dir: str | Path, dataset: Any, device: str = "cpu") -> torch.nn.Module:
+    """The model of a finished run with its best checkpoint (`best.pt`) loaded, in eval mode.
+
+    The model is rebuilt from the run's `config.json` by `cmi.train.build_model`; a model
+    without training (Pop) has no checkpoint and is returned as built.
+    """
+    from cmi.config import TrainConfig
+    from cmi.train import BEST_CHECKPOINT, CONFIG_FILE, build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{run_dir} holds no {CONFIG_FILE}: it is not a run folder")
+    config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    model = build_model(config, dataset)
+    checkpoint = run_dir / BEST_CHECKPOINT
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def item_routing(model: Any) -> np.ndarray:
+    """CMI's routing of every catalogue item on its own: `softmax_k(e_v . g_k / tau)`, the
+    weights a history position holding item v gets; (N + 1, K), row 0 is padding."""
+    with torch.no_grad():
+        affinity = model.item_vectors() @ model.category_vectors().T / model.tau_route
+        return affinity.softmax(dim=-1).cpu().numpy()  # (N + 1, K)
+
+
+def routing_crosstab(learned: np.ndarray, true: np.ndarray, n_learned: int) -> pd.DataFrame:
+    """Items per (true category, learned category); every learned category gets a column."""
+    table = pd.crosstab(pd.Series(true, name="true category"), pd.Series(learned, name="learned"))
+    return table.reindex(columns=range(n_learned), fill_value=0)
+
+
+def project_2d(vectors: np.ndarray) -> np.ndarray:
+    """The first two principal components of the rows of `vectors`: (n, d) -> (n, 2).
+
+    The rows are centred and projected on the two leading right singular vectors; each
+    component's sign is fixed so that its largest loading is positive (a stable picture).
+    """
+    centred = np.asarray(vectors, dtype=np.float64) - np.mean(vectors, axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    components = components[:2]
+    largest = np.abs(components).argmax(axis=1)
+    components *= np.sign(components[np.arange(len(components)), largest])[:, None]
+    return centred @ components.T
+
+
+def interest_top_items(
+    model: Any, history: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """What each interest of one user retrieves on its own.
+
+    `history` is the user's item ids in time order (the model reads the last `model.max_len`);
+    items of `exclude` (default: `history`) and item 0 are never retrieved. Returns `top`
+    (K, k) item ids of each interest, best first; `scores` (K, k) their cosines; `merged`
+    (k,) the user's top-k under the max over interests and `winner` (k,) the interest that
+    gives each merged item its score; `routing_mass` (K,) the share of the history's routing
+    weight each interest collects (models with `routing` only, else NaN).
+    """
+    items = np.asarray(history, dtype=np.int64)[-model.max_len :]
+    exclude = np.asarray(history if exclude is None else exclude, dtype=np.int64)
+    with torch.no_grad():
+        tensor = torch.from_numpy(items)[None, :]  # (1, L)
+        interests = model.interests(tensor)[0]  # (K, d)
+        scores = interests @ model.item_vectors().T  # (K, N + 1)
+        scores[:, 0] = -torch.inf
+        scores[:, torch.from_numpy(exclude)] = -torch.inf
+        top_scores, top = torch.topk(scores, k, dim=1)  # (K, k)
+        best, winner = scores.max(dim=0)  # (N + 1,)
+        merged = torch.topk(best, k).indices
+        mass = np.full(interests.shape[0], np.nan)
+        if hasattr(model, "routing"):
+            routing = model.routing(tensor)[0]  # (L, K)
+            mass = (routing.sum(dim=0) / routing.sum()).cpu().numpy()
+    return {
+        "top": top.cpu().numpy(),
+        "scores": top_scores.cpu().numpy(),
+        "merged": merged.cpu().numpy(),
+        "winner": winner[merged].cpu().numpy(),
+        "routing_mass": mass,
+    }
+
+
+# --- text and figures built from results -------------------------------------------------------
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for generated prose: fixed digits, or a p-value in scientific notation when
+    it is below 0.001."""
+    if value is None or np.isnan(value):
+        return "n/a"
+    if 0 < abs(value) < 10 ** (-digits):
+        return f"{value:.1e}"
+    return f"{value:.{digits}f}"
+
+
+def plot_sweep(
+    ax: Any,
+    summary: pd.DataFrame,
+    values: Mapping[str, float],
+    metric: str = "recall@50",
+    log_x: bool = False,
+    **line: Any,
+) -> None:
+    """One sweep on `ax`: the mean of `metric` over seeds against the swept value, with the
+    95% interval as a band. `values` maps each setting (an index of `summary`) to its value."""
+    points = sorted((value, setting) for setting, value in values.items())
+    x = np.array([value for value, _ in points], dtype=float)
+    rows = summary.loc[[setting for _, setting in points]]
+    mean = rows[f"{metric}_mean"].to_numpy()
+    lower = rows[f"{metric}_lower"].to_numpy()
+    upper = rows[f"{metric}_upper"].to_numpy()
+    ax.plot(x, mean, marker="o", **line)
+    ax.fill_between(x, lower, upper, alpha=0.2, color=ax.lines[-1].get_color())
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_ylabel(f"test {metric}")

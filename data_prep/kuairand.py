@@ -83,9 +83,12 @@ def _glob(folder: Path, patterns: Sequence[str]) -> list[Path]:
 def find_files(
     data: str | Path | Sequence[str | Path], features: str | Path | None = None
 ) -> tuple[list[Path], Path]:
-    """The log files and the features file: from a folder, or explicit log files."""
+    """The log files and the features file: from a folder (the release's root, whose files
+    sit in `data/`, or that `data/` folder itself), or explicit log files."""
     if isinstance(data, str | Path) and Path(data).is_dir():
         folder = Path(data)
+        if not _glob(folder, LOG_PATTERNS) and (folder / "data").is_dir():
+            folder = folder / "data"  # the official release keeps its files in data/
         logs = _glob(folder, LOG_PATTERNS)
         if not logs:
             raise DataError(f"no log_standard_*.csv or .csv.gz files in {folder}")

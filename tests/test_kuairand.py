@@ -161,3 +161,9 @@ def test_several_log_files_plain_and_gzip_give_the_same_split(
         second.name,
         FEATURES,
     ]
+
+
+def test_the_release_root_and_its_data_folder_give_the_same_files(kuairand_dir):
+    from data_prep.kuairand import find_files
+
+    assert find_files(kuairand_dir.parent) == find_files(kuairand_dir)
