@@ -470,7 +470,9 @@ def paired_tests(
     from cmi.stats import paired_test
 
     if reference not in set(runs["setting"]):
-        raise ValueError(f"reference setting {reference!r} is not among {sorted(runs.setting)}")
+        raise ValueError(
+            f"reference setting {reference!r} is not among {sorted(set(runs['setting']))}"
+        )
     per_seed = per_user_values(runs, metric, split)
     per_user = per_seed.T.groupby(level="setting", sort=False).mean().T  # users x settings
     rows = []
@@ -480,6 +482,56 @@ def paired_tests(
         test = paired_test(per_user[reference], per_user[setting])
         rows.append({"setting": setting, **test.__dict__})
     return pd.DataFrame(rows).set_index("setting")
+
+
+# --- the ablation grid of chapter 4 ----------------------------------------------------------
+
+FULL_CMI = "full CMI"
+ABLATION_GRIDS = ("reduced", "full")
+# Values of each sweep besides full CMI's own (TrainConfig's default, the reference point).
+_SWEEPS = {
+    "n_interests": {"reduced": (2, 16), "full": (2, 4, 16)},
+    "lambda_cl": {"reduced": (0.01, 0.2), "full": (0.01, 0.2, 1.0)},
+    "lambda_orth": {"reduced": (1.0, 100.0), "full": (0.1, 1.0, 100.0)},
+}
+_SWEEP_LABELS = {"n_interests": "K", "lambda_cl": "lambda_cl", "lambda_orth": "lambda_orth"}
+
+
+def ablation_settings(grid: str = "reduced") -> dict[str, dict[str, Any]]:
+    """Chapter 4's settings: name -> the TrainConfig fields that differ from full CMI.
+
+    Both grids hold full CMI, the four "without" settings of CMI_SPEC section 5 (each loss
+    weight at zero, the general interest off), one interest (K = 1) and the sweeps of K,
+    lambda_cl and lambda_orth; "reduced" sweeps fewer values than "full".
+    """
+    if grid not in ABLATION_GRIDS:
+        raise ValueError(f"grid must be one of {ABLATION_GRIDS}, got {grid!r}")
+    settings: dict[str, dict[str, Any]] = {
+        FULL_CMI: {},
+        "without L_cl": {"lambda_cl": 0.0},
+        "without L_orth": {"lambda_orth": 0.0},
+        "without L_uni": {"lambda_uni": 0.0},
+        "without general interest": {"general_interest": False},
+        "K=1": {"n_interests": 1},
+    }
+    for field_name, values in _SWEEPS.items():
+        for value in values[grid]:
+            settings[f"{_SWEEP_LABELS[field_name]}={value:g}"] = {field_name: value}
+    return settings
+
+
+def sweep_points(settings: Mapping[str, Mapping[str, Any]], field_name: str) -> dict[str, float]:
+    """The settings that change only `field_name`, with its value, plus full CMI at
+    TrainConfig's default; e.g. {"K=2": 2, "full CMI": 8, ...} for "n_interests"."""
+    from cmi.config import TrainConfig
+
+    points = {
+        name: float(overrides[field_name])
+        for name, overrides in settings.items()
+        if set(overrides) == {field_name}
+    }
+    points[FULL_CMI] = float(TrainConfig.__dataclass_fields__[field_name].default)
+    return points
 
 
 # --- the oracle of the synthetic world ---------------------------------------------------------
@@ -591,18 +643,35 @@ def routing_crosstab(learned: np.ndarray, true: np.ndarray, n_learned: int) -> p
     return table.reindex(columns=range(n_learned), fill_value=0)
 
 
-def project_2d(vectors: np.ndarray) -> np.ndarray:
-    """The first two principal components of the rows of `vectors`: (n, d) -> (n, 2).
+def principal_axes(vectors: np.ndarray, n_axes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (d,) and the first `n_axes` principal directions (n_axes, d) of the rows of
+    `vectors`, from the SVD of the centred rows; each direction's sign is fixed so that its
+    largest loading is positive (the same picture on every run). Project rows `x` with
+    `(x - mean) @ directions.T`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    mean = vectors.mean(axis=0)
+    _, _, directions = np.linalg.svd(vectors - mean, full_matrices=False)
+    directions = directions[:n_axes]
+    largest = np.abs(directions).argmax(axis=1)
+    directions = directions * np.sign(directions[np.arange(len(directions)), largest])[:, None]
+    return mean, directions
 
-    The rows are centred and projected on the two leading right singular vectors; each
-    component's sign is fixed so that its largest loading is positive (a stable picture).
-    """
-    centred = np.asarray(vectors, dtype=np.float64) - np.mean(vectors, axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    components = components[:2]
-    largest = np.abs(components).argmax(axis=1)
-    components *= np.sign(components[np.arange(len(components)), largest])[:, None]
-    return centred @ components.T
+
+def category_usage(
+    learned: np.ndarray, n_categories: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Share of items (or of `weights`, e.g. training positives) routed to each of the
+    `n_categories` learned categories: (n_categories,), summing to one."""
+    counts = np.bincount(learned, weights=weights, minlength=n_categories).astype(np.float64)
+    return counts / counts.sum()
+
+
+def effective_number(shares: np.ndarray) -> float:
+    """`exp(entropy)` of a distribution: K when K categories are used evenly, 1 when one
+    category takes everything."""
+    shares = np.asarray(shares, dtype=np.float64)
+    shares = shares[shares > 0]
+    return float(np.exp(-(shares * np.log(shares)).sum()))
 
 
 def interest_top_items(
@@ -620,11 +689,12 @@ def interest_top_items(
     items = np.asarray(history, dtype=np.int64)[-model.max_len :]
     exclude = np.asarray(history if exclude is None else exclude, dtype=np.int64)
     with torch.no_grad():
-        tensor = torch.from_numpy(items)[None, :]  # (1, L)
+        item_vectors = model.item_vectors()  # (N + 1, d)
+        tensor = torch.from_numpy(items)[None, :].to(item_vectors.device)  # (1, L)
         interests = model.interests(tensor)[0]  # (K, d)
-        scores = interests @ model.item_vectors().T  # (K, N + 1)
+        scores = interests @ item_vectors.T  # (K, N + 1)
         scores[:, 0] = -torch.inf
-        scores[:, torch.from_numpy(exclude)] = -torch.inf
+        scores[:, torch.from_numpy(exclude).to(scores.device)] = -torch.inf
         top_scores, top = torch.topk(scores, k, dim=1)  # (K, k)
         best, winner = scores.max(dim=0)  # (N + 1,)
         merged = torch.topk(best, k).indices
@@ -642,6 +712,26 @@ def interest_top_items(
 
 
 # --- text and figures built from results -------------------------------------------------------
+
+
+_METRIC_LABELS = {
+    "recall": "Recall",
+    "hit_rate": "HitRate",
+    "ndcg": "NDCG",
+    "coverage": "Coverage",
+    "diversity": "Diversity",
+}
+
+
+def metric_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with columns such as "recall@50" split into two levels: ("Recall", "@50")."""
+    pairs = []
+    for column in table.columns:
+        name, _, cutoff = str(column).partition("@")
+        pairs.append((_METRIC_LABELS.get(name, name), f"@{cutoff}" if cutoff else ""))
+    shown = table.copy()
+    shown.columns = pd.MultiIndex.from_tuples(pairs)
+    return shown
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -674,4 +764,3 @@ def plot_sweep(
     ax.fill_between(x, lower, upper, alpha=0.2, color=ax.lines[-1].get_color())
     if log_x:
         ax.set_xscale("log")
-    ax.set_ylabel(f"test {metric}")

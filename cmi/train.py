@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cmi.batch import TrainBatch
 from cmi.config import TrainConfig

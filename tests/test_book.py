@@ -187,3 +187,46 @@ def test_smoke_book_builds_with_warnings_as_errors(tmp_path):
     for key, value in values:
         assert math.isnan(value) or 0.0 <= value <= 1.0, (key, value)
     pytest.book_results = results  # read by the chapter-specific checks below when present
+    _check_training_results(results["03_training"])
+    _check_ablation_results(results["04_ablations"])
+    _check_interest_results(results["05_interests"])
+
+
+def _check_training_results(training: dict) -> None:
+    """Chapter 3: every registered model, every seed, and CMI above Pop on the synthetic world."""
+    from cmi.models import MODELS
+
+    assert set(training["summary"]) == set(MODELS)
+    assert set(training["paired_tests_recall@50"]) == set(MODELS) - {"cmi"}
+    runs = {(run["model"], run["seed"]) for run in training["runs"]}
+    assert runs == {(model, seed) for model in MODELS for seed in training["seeds"]}
+    mean = {model: row["mean"]["recall@50"] for model, row in training["summary"].items()}
+    assert mean["cmi"] > mean["pop"], mean
+    oracle = training["oracle"]
+    assert oracle is not None  # the smoke book runs on the synthetic world
+    assert oracle["recall@50"] >= max(mean.values())  # no model beats the true probabilities
+
+
+def _check_ablation_results(ablations: dict) -> None:
+    """Chapter 4: each setting of the declared grid with each seed; full CMI is chapter 3's CMI."""
+    from cmi.study import ablation_settings
+
+    settings = ablation_settings(ablations["grid"])
+    assert ablations["settings"] == settings
+    runs = {(run["setting"], run["seed"]) for run in ablations["runs"]}
+    assert runs == {(name, seed) for name in settings for seed in ablations["seeds"]}
+    assert set(ablations["paired_tests_recall@50"]) == set(settings) - {"full CMI"}
+    assert set(ablations["verdicts"]) >= {"without L_cl", "without L_orth", "without L_uni"}
+
+
+def _check_interest_results(interests: dict) -> None:
+    """Chapter 5: agreement measures in range and usage shares that add up."""
+    for row in interests["agreement"]:
+        assert 0.0 <= row["nmi"] <= 1.0 and -1.0 <= row["ari"] <= 1.0
+    assert {row["setting"] for row in interests["agreement"]} >= {"full CMI", "without L_orth"}
+    for row in interests["usage"]:
+        assert 0 <= row["unused categories"] < row["K"]
+        assert 1.0 <= row["effective categories (items)"] <= row["K"] + 1e-9
+    for name, figures in interests["diversity"].items():
+        for metric, value in figures["mean"].items():
+            assert 0.0 <= value <= 1.0, (name, metric, value)

@@ -250,3 +250,324 @@ def test_show_source_names_the_file_and_lines():
     assert start == first
     assert end - start + 1 == len(study.source_lines(study.day_segments).splitlines())
     assert code.startswith("```python\ndef day_segments(") and code.endswith("\n```")
+
+
+# --- training grids, summaries and paired tests ----------------------------------------------
+
+GRID_BUDGET = {"max_steps": 4, "eval_every": 2, "batch_size": 16, "max_len": 20}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread, and a busy machine cannot stall them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset):
+    from cmi.data import load_dataset
+
+    return load_dataset(tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def grid(prepared, tmp_path_factory, one_thread):
+    """Two models and a CMI variant, two seeds each, a few steps: (runs, base config)."""
+    base = study.training_config(
+        "cmi", prepared.path, run_root=tmp_path_factory.mktemp("runs"), device="cpu", **GRID_BUDGET
+    )
+    settings = {
+        "cmi": {},
+        "cmi without L_cl": {"lambda_cl": 0.0},
+        "pop": {"model": "pop"},
+    }
+    return study.train_grid(settings, [0, 1], base, prepared), base
+
+
+def test_training_config_gives_one_dictionary_per_model_and_budget(tmp_path):
+    first = study.training_config("cmi", tmp_path, run_root="r", device="cpu", **GRID_BUDGET)
+    again = study.training_config("cmi", tmp_path, run_root="r", device="cpu", **GRID_BUDGET)
+    changed = study.training_config(
+        "cmi", tmp_path, run_root="r", device="cpu", **GRID_BUDGET, lambda_cl=0.0
+    )
+    assert first == again
+    assert first["progress"] is False and first["dataset"] == str(tmp_path)
+    assert {key for key in changed if changed[key] != first.get(key)} == {"lambda_cl"}
+
+
+def test_train_grid_has_a_row_per_setting_and_seed_and_reuses_runs(grid, prepared):
+    runs, base = grid
+    assert runs[["setting", "seed"]].values.tolist() == [
+        ["cmi", 0],
+        ["cmi", 1],
+        ["cmi without L_cl", 0],
+        ["cmi without L_cl", 1],
+        ["pop", 0],
+        ["pop", 1],
+    ]
+    assert runs["model"].tolist() == ["cmi"] * 4 + ["pop"] * 2
+    assert runs["run_dir"].nunique() == 6  # seeds and settings give distinct runs
+    for run in runs.itertuples():
+        saved = json.loads((Path(run.run_dir) / "result.json").read_text())
+        assert runs.loc[run.Index, "recall@50"] == saved["test"]["recall@50"]
+        assert runs.loc[run.Index, "valid_recall@50"] == saved["valid"]["recall@50"]
+    again = study.train_grid({"cmi": {}}, [1], base, prepared)
+    assert bool(again["reused"].all())
+    assert again["run_dir"].tolist() == runs.loc[runs["setting"] == "cmi", "run_dir"].tolist()[1:]
+    with pytest.raises(ValueError, match="at least one seed"):
+        study.train_grid({"cmi": {}}, [], base, prepared)
+
+
+def test_summarise_and_interval_table_follow_mean_and_interval(grid):
+    from cmi.stats import mean_and_interval
+
+    runs, _ = grid
+    summary = study.summarise(runs, ("recall@50", "ndcg@10"))
+    assert summary.index.tolist() == ["cmi", "cmi without L_cl", "pop"]  # order of appearance
+    values = runs.loc[runs["setting"] == "cmi", "recall@50"]
+    interval = mean_and_interval(values)
+    assert summary.loc["cmi", "recall@50_mean"] == pytest.approx(values.mean())
+    assert summary.loc["cmi", "recall@50_half_width"] == pytest.approx(interval.half_width)
+    table = study.interval_table(summary, ("recall@50",), digits=4)
+    assert table.loc["cmi", "recall@50"] == (f"{interval.mean:.4f} ± {interval.half_width:.4f}")
+    assert table.loc["pop", "recall@50"].endswith("± 0.0000")  # Pop ignores the seed
+    one_run = study.summarise(runs[runs["seed"] == 0], ("recall@50",))
+    assert "±" not in study.interval_table(one_run, ("recall@50",)).loc["cmi", "recall@50"]
+
+
+def test_paired_tests_average_each_user_over_seeds(grid):
+    from cmi.stats import paired_test
+
+    runs, _ = grid
+    tests = study.paired_tests(runs, "cmi", metric="recall@50", split="test")
+    assert tests.index.tolist() == ["cmi without L_cl", "pop"]
+
+    def per_user(setting):
+        frames = [
+            pd.read_parquet(Path(run_dir) / "per_user_test.parquet").set_index("user")["recall@50"]
+            for run_dir in runs.loc[runs["setting"] == setting, "run_dir"]
+        ]
+        return sum(frames) / len(frames)
+
+    expected = paired_test(per_user("cmi"), per_user("pop"))
+    assert tests.loc["pop", "mean_difference"] == pytest.approx(expected.mean_difference)
+    assert tests.loc["pop", "t_pvalue"] == pytest.approx(expected.t_pvalue)
+    assert tests.loc["pop", "n"] == expected.n
+    values = study.per_user_values(runs, "recall@50")
+    assert values.shape[1] == len(runs) and values.columns.names == ["setting", "seed"]
+    with pytest.raises(ValueError, match="reference setting 'nope'"):
+        study.paired_tests(runs, "nope")
+
+
+def test_run_histories_stack_the_trained_runs(grid):
+    runs, _ = grid
+    histories = study.run_histories(runs)
+    assert set(histories["setting"]) == {"cmi", "cmi without L_cl"}  # Pop has no history
+    assert sorted(histories["step"].unique().tolist()) == [2, 4]
+    assert "loss_cl" in histories.columns
+    assert histories.loc[histories["setting"] == "cmi without L_cl", "loss_cl"].isna().all()
+
+
+# --- trained models and their interests ------------------------------------------------------
+
+
+def test_load_model_restores_the_best_checkpoint(grid, prepared):
+    from cmi.evaluate import evaluate
+
+    runs, _ = grid
+    for run in runs[runs["seed"] == 0].itertuples():
+        model = study.load_model(run.run_dir, prepared)
+        assert not model.training
+        result = evaluate(model, prepared, split="test", max_len=GRID_BUDGET["max_len"])
+        for metric in ("recall@50", "ndcg@10", "hit_rate@20"):
+            assert result.metrics[metric] == pytest.approx(runs.loc[run.Index, metric], abs=1e-9)
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        study.load_model(Path(runs.loc[0, "run_dir"]).parent, prepared)
+
+
+def test_item_routing_is_the_routing_of_a_one_item_history(grid, prepared):
+    runs, _ = grid
+    model = study.load_model(runs.loc[0, "run_dir"], prepared)
+    routing = study.item_routing(model)
+    assert routing.shape == (prepared.n_items + 1, model.n_interests)
+    assert np.allclose(routing[1:].sum(axis=1), 1.0)
+    items = torch.tensor([[5], [17]])
+    with torch.no_grad():
+        by_model = model.routing(items)[:, 0].numpy()  # (2, K)
+    assert np.allclose(routing[[5, 17]], by_model, atol=1e-6)
+
+
+def test_interest_top_items_match_a_brute_force_ranking(grid, prepared):
+    runs, _ = grid
+    model = study.load_model(runs.loc[0, "run_dir"], prepared)
+    history = prepared.history("test").row(3)
+    view = study.interest_top_items(model, history, k=10)
+
+    with torch.no_grad():
+        read = torch.from_numpy(history[-model.max_len :].astype(np.int64))[None, :]
+        interests = model.interests(read)[0].numpy()  # (K, d)
+        scores = interests @ model.item_vectors().numpy().T  # (K, N + 1)
+    scores[:, 0] = -np.inf
+    scores[:, history] = -np.inf
+    for k in range(model.n_interests):
+        assert np.allclose(view["scores"][k], np.sort(scores[k])[::-1][:10], atol=1e-6)
+        assert not set(view["top"][k]) & set(history.tolist())
+    best = scores.max(axis=0)
+    assert np.allclose(best[view["merged"]], np.sort(best)[::-1][:10], atol=1e-6)
+    assert np.allclose(scores[view["winner"], view["merged"]], best[view["merged"]])
+    assert view["routing_mass"].sum() == pytest.approx(1.0)
+
+
+def test_principal_axes_find_a_planted_direction():
+    rng = np.random.default_rng(0)
+    direction = np.array([3.0, -4.0, 0.0]) / 5.0
+    points = rng.normal(size=(200, 1)) * 5.0 * direction + rng.normal(size=(200, 3)) * 0.1
+    points = points + np.array([1.0, 2.0, 3.0])
+    mean, axes = study.principal_axes(points)
+    assert np.allclose(mean, points.mean(axis=0))
+    assert axes.shape == (2, 3)
+    assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-10)
+    assert abs(axes[0] @ direction) == pytest.approx(1.0, abs=1e-3)
+    assert axes[0][np.abs(axes[0]).argmax()] > 0  # sign convention
+    projected = (points - mean) @ axes.T
+    assert projected[:, 0].var() > 100 * projected[:, 1].var()
+
+
+def test_category_usage_and_effective_number():
+    shares = study.category_usage(np.array([0, 0, 1, 3]), 4)
+    assert shares.tolist() == [0.5, 0.25, 0.0, 0.25]
+    weighted = study.category_usage(np.array([0, 1]), 2, weights=np.array([3.0, 1.0]))
+    assert weighted.tolist() == [0.75, 0.25]
+    assert study.effective_number(np.full(5, 0.2)) == pytest.approx(5.0)
+    assert study.effective_number(np.array([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert study.effective_number(shares) == pytest.approx(np.exp(1.5 * np.log(2)))
+
+
+# --- the oracle ----------------------------------------------------------------------------------
+
+
+def test_oracle_scores_are_the_ground_truth_probabilities(prepared):
+    truth = prepared.ground_truth
+    scorer = study.OracleScorer(prepared, "test")
+    day = prepared.metadata["days"]["test_day"]
+    users = scorer.order[:4]
+    history = torch.from_numpy(prepared.history("test").padded(users, scorer.max_len))
+    scores = (scorer.interests(history)[:, 0] @ scorer.item_vectors().T).numpy()  # (4, N + 1)
+
+    category = truth["item_category"]
+    for row, user in enumerate(users):
+        for item in (1, 7, prepared.n_items):
+            expected = (1 - truth["exploration"]) * truth["user_interest"][
+                user, day, category[item]
+            ] * truth["item_weight_in_category"][item] + truth["exploration"] * truth[
+                "item_popularity"
+            ][item]
+            assert scores[row, item] == pytest.approx(expected, rel=1e-5)
+    assert scores[:, 0].tolist() == [0.0] * 4
+    wrong = torch.from_numpy(prepared.history("test").padded(users[:2], scorer.max_len))
+    with pytest.raises(RuntimeError, match="unexpected order"):
+        scorer.interests(wrong)  # users 0 and 1 again instead of the next ones
+
+
+def test_oracle_evaluation_ranks_by_probability_with_history_masked(prepared):
+    result = study.oracle_evaluation(prepared, "test", ks=(10,))
+    truth = prepared.ground_truth
+    day = prepared.metadata["days"]["test_day"]
+    category = truth["item_category"]
+    per_item = (1 - truth["exploration"]) * truth["item_weight_in_category"]
+    history, targets = prepared.history("test"), prepared.targets("test")
+
+    compared = 0
+    for row, user in enumerate(result.per_user["user"]):
+        probability = per_item * truth["user_interest"][user, day, np.maximum(category, 0)]
+        probability = probability + truth["exploration"] * truth["item_popularity"]
+        probability[0] = -np.inf
+        probability[history.row(user)] = -np.inf
+        ranked = np.sort(probability)[::-1]
+        top = result.top_items[row, :10]
+        assert np.allclose(probability[top], ranked[:10])  # the ten best, whatever the ties
+        if ranked[9] > ranked[10]:  # no tie at the cut: recall is defined by the items
+            wanted = set(targets.row(user).tolist())
+            recall = len(wanted & set(top.tolist())) / len(wanted)
+            assert result.per_user.loc[row, "recall@10"] == pytest.approx(recall)
+            compared += 1
+    assert compared > len(result.per_user) // 2
+    with pytest.raises(ValueError, match="no ground truth"):
+        study.OracleScorer(type("Real", (), {"ground_truth": None, "name": "kuairand"})(), "test")
+
+
+# --- the ablation grid ---------------------------------------------------------------------------
+
+
+def test_ablation_settings_keep_every_named_setting_in_both_grids():
+    from cmi.config import TrainConfig
+
+    reduced, full = study.ablation_settings("reduced"), study.ablation_settings("full")
+    named = ["full CMI", "without L_cl", "without L_orth", "without L_uni"]
+    named += ["without general interest", "K=1"]
+    assert list(reduced)[:6] == named and list(full)[:6] == named
+    assert set(reduced) < set(full)
+    assert reduced["full CMI"] == {}
+    defaults = TrainConfig()
+    for name, overrides in full.items():
+        config = TrainConfig.from_dict({"model": "cmi", **overrides})  # valid fields and values
+        assert all(getattr(config, key) != getattr(defaults, key) for key in overrides), name
+    assert len({json.dumps(o, sort_keys=True) for o in full.values()}) == len(full)
+    with pytest.raises(ValueError, match="grid must be one of"):
+        study.ablation_settings("tiny")
+
+
+def test_sweep_points_put_full_cmi_at_the_default():
+    settings = study.ablation_settings("full")
+    assert study.sweep_points(settings, "n_interests") == {
+        "K=1": 1.0,
+        "K=2": 2.0,
+        "K=4": 4.0,
+        "K=16": 16.0,
+        "full CMI": 8.0,
+    }
+    points = study.sweep_points(settings, "lambda_cl")
+    assert points["without L_cl"] == 0.0 and points["full CMI"] == 0.05
+    assert "without L_uni" not in study.sweep_points(settings, "lambda_orth")
+
+
+# --- text and figures ----------------------------------------------------------------------------
+
+
+def test_metric_columns_and_fmt():
+    table = pd.DataFrame({"recall@10": [1], "ndcg@50": [2], "users": [3]})
+    assert study.metric_columns(table).columns.tolist() == [
+        ("Recall", "@10"),
+        ("NDCG", "@50"),
+        ("users", ""),
+    ]
+    assert study.fmt(0.12345) == "0.123"
+    assert study.fmt(0.00002) == "2.0e-05"
+    assert study.fmt(0.0) == "0.000"
+    assert study.fmt(float("nan")) == "n/a"
+    assert study.fmt(2.5, 1) == "2.5"
+
+
+def test_plot_sweep_orders_points_and_draws_the_interval():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = pd.DataFrame(
+        {
+            "recall@50_mean": [0.3, 0.1, 0.2],
+            "recall@50_lower": [0.25, 0.05, 0.15],
+            "recall@50_upper": [0.35, 0.15, 0.25],
+        },
+        index=["b", "a", "c"],
+    )
+    fig, ax = plt.subplots()
+    study.plot_sweep(ax, summary, {"b": 4.0, "a": 1.0, "c": 2.0}, log_x=True)
+    assert ax.lines[0].get_xdata().tolist() == [1.0, 2.0, 4.0]
+    assert ax.lines[0].get_ydata().tolist() == [0.1, 0.2, 0.3]
+    assert len(ax.collections) == 1 and ax.get_xscale() == "log"
+    plt.close(fig)
