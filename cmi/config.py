@@ -1,6 +1,6 @@
 """The training configuration: one typed dataclass holding every hyperparameter of a run.
 
-Defaults follow CMI_SPEC sections 1-2 (the paper, and the authors' code where the paper is
+Defaults follow the paper (the paper, and the authors' code where the paper is
 silent). `TrainConfig.from_dict` and `TrainConfig.from_overrides` check names, types and ranges,
 so a typo in a notebook's parameters cell fails at once with a message naming the key.
 """
@@ -25,13 +25,13 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 @dataclass
 class TrainConfig:
-    """Everything that defines one training run; see CMI_SPEC.md for the meaning of each."""
+    """Everything that defines one training run; each field's comment gives its meaning."""
 
     # --- what to train on what ---
     model: str = "cmi"  # a name in cmi.models.MODELS: cmi, pop, youtube_dnn, gru4rec, sasrec, ...
     dataset: str = "data/synthetic"  # path to a prepared dataset folder (data_prep output)
 
-    # --- model shape (CMI_SPEC section 1) ---
+    # --- model shape (the paper's model) ---
     dim: int = 64  # embedding size d
     n_interests: int = 8  # K: implicit categories / interests (multi-interest models only)
     max_len: int = 100  # L: the most recent L history items feed the model
@@ -41,7 +41,7 @@ class TrainConfig:
     tau_cl: float = 0.1  # temperature tau_c of the contrastive multi-interest loss
     general_interest: bool = True  # CMI: add the GRU general interest h to every interest
 
-    # --- loss weights (CMI_SPEC section 2) ---
+    # --- loss weights (the paper's losses) ---
     lambda_cl: float = 0.05  # weight of the contrastive loss (the authors' script uses 0.01)
     lambda_orth: float = 10.0  # weight of the category orthogonality loss
     lambda_uni: float = 1.0  # weight of the balanced-routing loss

@@ -82,13 +82,60 @@ def _take_rows(ragged: Ragged, rows: np.ndarray) -> Ragged:
 # Ranking
 
 
-def _max_over_interests(interests: torch.Tensor, item_block: torch.Tensor) -> torch.Tensor:
-    """(B, K, d), (n, d) -> (B, n): each item's best score over the K interests."""
-    scores = interests[:, 0] @ item_block.T  # (B, d) @ (d, n) -> (B, n)
-    for k in range(1, interests.shape[1]):
-        # One (B, n) product per interest with an in-place maximum: measured faster on CPU
-        # than a (B, K, n) product followed by amax, and K times less memory.
-        torch.maximum(scores, interests[:, k] @ item_block.T, out=scores)
+# Tile sizes of the CPU scoring loop: one tile is the (K * users, items) block of products
+# for TILE_ROWS // K users and TILE_ITEMS items (8 MB of float32 at the defaults), so the max
+# over the K interests reads products still in cache instead of whole (B, n) matrices.
+TILE_ROWS = 2048
+TILE_ITEMS = 1024
+
+
+def _max_over_interests(
+    interests: torch.Tensor, item_block: torch.Tensor, workspace: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, d), (n, d) -> (B, n): each item's best score over the K interests.
+
+    On CPU the result is written into the first B * n entries of `workspace` when one is given
+    (a flat float tensor reused between calls), which saves allocating fresh pages each time.
+    """
+    n_users, n_interests, dim = interests.shape
+    n_block = item_block.shape[0]
+    if interests.device.type != "cpu":
+        # One (B, n) product per interest with an in-place maximum: K times less memory
+        # than a (B, K, n) product followed by amax.
+        scores = interests[:, 0] @ item_block.T  # (B, n)
+        for k in range(1, n_interests):
+            torch.maximum(scores, interests[:, k] @ item_block.T, out=scores)
+        return scores
+
+    if workspace is None or workspace.numel() < n_users * n_block:
+        workspace = torch.empty(n_users * n_block, dtype=interests.dtype)
+    scores = workspace[: n_users * n_block].view(n_users, n_block)
+    if n_interests == 1:
+        return torch.mm(interests[:, 0], item_block.T, out=scores)  # (B, d) @ (d, n)
+
+    # NOTE: on CPU, one (B, n) product per interest writes and rereads K matrices of (B, n)
+    # floats and ran at about a fifth of the machine's matmul rate for d = 64; these tiles
+    # reach about half (benchmarks/throughput.py). The scores are the same dot products.
+    by_interest = interests.transpose(0, 1)  # (B, K, d) -> (K, B, d)
+    users_per_tile = max(1, TILE_ROWS // n_interests)
+    tile = torch.empty(
+        n_interests * min(users_per_tile, n_users) * min(TILE_ITEMS, n_block),
+        dtype=interests.dtype,
+    )
+    for user_low in range(0, n_users, users_per_tile):
+        user_high = min(user_low + users_per_tile, n_users)
+        tile_users = user_high - user_low
+        queries = by_interest[:, user_low:user_high].reshape(-1, dim)  # (K * b, d)
+        for item_low in range(0, n_block, TILE_ITEMS):
+            item_high = min(item_low + TILE_ITEMS, n_block)
+            tile_items = item_high - item_low
+            products = tile[: n_interests * tile_users * tile_items].view(-1, tile_items)
+            torch.mm(queries, item_block[item_low:item_high].T, out=products)  # (K * b, c)
+            torch.amax(
+                products.view(n_interests, tile_users, tile_items),
+                dim=0,
+                out=scores[user_low:user_high, item_low:item_high],
+            )  # (K, b, c) -> (b, c)
     return scores
 
 
@@ -101,12 +148,49 @@ def _torch_top(
     item_chunk: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (scores, items) per row over all items, masked pairs and item 0 at -inf."""
+    n_users = interests.shape[0]
+    if interests.device.type != "cpu":
+        return _block_top(interests, item_vectors, masked_rows, masked_items, k, item_chunk)
+
+    # On CPU the users go TILE_ROWS // K at a time through one reused score buffer: a fresh
+    # (B, N + 1) matrix per batch cost as much in page faults as the top-k itself.
+    users_per_block = max(1, TILE_ROWS // interests.shape[1])
+    chunk = item_vectors.shape[0] if item_chunk is None else item_chunk
+    workspace = torch.empty(min(users_per_block, n_users) * chunk, dtype=interests.dtype)
+    values, items = [], []
+    for low in range(0, n_users, users_per_block):
+        high = min(low + users_per_block, n_users)
+        inside = (masked_rows >= low) & (masked_rows < high)
+        block_values, block_items = _block_top(
+            interests[low:high],
+            item_vectors,
+            masked_rows[inside] - low,
+            masked_items[inside],
+            k,
+            item_chunk,
+            workspace,
+        )
+        values.append(block_values)
+        items.append(block_items)
+    return torch.cat(values), torch.cat(items)
+
+
+def _block_top(
+    interests: torch.Tensor,
+    item_vectors: torch.Tensor,
+    masked_rows: torch.Tensor,
+    masked_items: torch.Tensor,
+    k: int,
+    item_chunk: int | None,
+    workspace: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_torch_top` for one block of users, over blocks of `item_chunk` items."""
     n_rows = item_vectors.shape[0]  # N + 1
     chunk = n_rows if item_chunk is None else item_chunk
     best_scores = best_items = None
     for low in range(0, n_rows, chunk):
         high = min(low + chunk, n_rows)
-        scores = _max_over_interests(interests, item_vectors[low:high])  # (B, high - low)
+        scores = _max_over_interests(interests, item_vectors[low:high], workspace)  # (B, n)
         if low == 0:
             scores[:, 0] = -torch.inf  # padding is never recommended
         inside = (masked_items >= low) & (masked_items < high)
@@ -459,7 +543,7 @@ def evaluate(
 
     started = time.perf_counter()
     # NOTE: the authors' evaluation iterator drops the last partial batch of users
-    # (CMI_SPEC section 6); here every user with a target is evaluated.
+    # (read from their code); here every user with a target is evaluated.
     all_targets = dataset.targets(split, target_variant)
     users = np.flatnonzero(all_targets.lengths > 0)
     if len(users) == 0:

@@ -1,7 +1,7 @@
 """Training losses: the sampled softmax every model uses, and CMI's three auxiliary losses
 (contrastive multi-interest, orthogonality of categories, balanced routing).
 
-Formulas follow CMI_SPEC section 2; each function's docstring states its own.
+Formulas follow the paper; each function's docstring states its own.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training batches as CMI_SPEC section 2 draws them: a random cut point per user, the history
+"""Training batches as the study's protocol draws them: a random cut point per user, the history
 before it, a future positive, a random negative and, for CMI, two disjoint views.
 
 Everything for a batch is computed with array arithmetic on the flat training sequences

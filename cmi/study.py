@@ -500,7 +500,7 @@ _SWEEP_LABELS = {"n_interests": "K", "lambda_cl": "lambda_cl", "lambda_orth": "l
 def ablation_settings(grid: str = "reduced") -> dict[str, dict[str, Any]]:
     """Chapter 4's settings: name -> the TrainConfig fields that differ from full CMI.
 
-    Both grids hold full CMI, the four "without" settings of CMI_SPEC section 5 (each loss
+    Both grids hold full CMI, the four "without" settings of the protocol (each loss
     weight at zero, the general interest off), one interest (K = 1) and the sweeps of K,
     lambda_cl and lambda_orth; "reduced" sweeps fewer values than "full".
     """

@@ -3,7 +3,7 @@
 Beibei Li, Beihong Jin, Jiageng Song, Yisong Yu, Yiyuan Zheng, Wei Zhuo, "Improving
 Micro-video Recommendation via Contrastive Multiple Interests", SIGIR 2022
 (arXiv:2205.09593). Authors' code: github.com/libeibei95/CMI. The model and losses follow
-CMI_SPEC sections 1 and 2; each departure from the authors' code is marked NOTE.
+the paper; each departure from the paper or the authors' code is marked NOTE.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class CMI(Recommender):
         """ "rec" on both views, plus "cl", "orth", "uni" for each weight that is not 0.
 
         The two views of every user are encoded in one pass as a (2B, L) batch; the history
-        itself is not used for training (the views cover it, CMI_SPEC section 2).
+        itself is not used for training (the views cover it).
         """
         if batch.view_a is None or batch.view_b is None:
             raise ValueError("CMI needs TrainBatch.view_a and view_b (needs_views is True)")
