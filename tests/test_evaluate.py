@@ -277,6 +277,20 @@ def test_chunking_gives_identical_lists(batch_users, item_chunk):
     np.testing.assert_array_equal(chunked, reference)
 
 
+@pytest.mark.parametrize("tile_rows, tile_items", [(4, 7), (12, 16), (8, 1)])
+def test_cpu_tiles_give_the_brute_force_lists(monkeypatch, tile_rows, tile_items):
+    """Many small tiles (users x items) give the same lists as one product per user."""
+    import cmi.evaluate
+
+    monkeypatch.setattr(cmi.evaluate, "TILE_ROWS", tile_rows)
+    monkeypatch.setattr(cmi.evaluate, "TILE_ITEMS", tile_items)
+    model = StandInModel(n_items=90, n_interests=4, seed=9)
+    histories = random_histories(23, 90, 30, seed=9)
+    users = np.arange(23)
+    top = rank_top_items(model, histories, users, k=12, max_len=8)
+    np.testing.assert_array_equal(top, brute_force_top(model, histories, users, 12, 8))
+
+
 def test_faiss_path_equals_torch_path():
     pytest.importorskip("faiss", reason="faiss is not installed; the torch path is the default")
     model = StandInModel(n_items=300, n_interests=4, dim=16, seed=6)
