@@ -99,3 +99,10 @@ def init_item_embedding(embedding: nn.Embedding) -> None:
     with torch.no_grad():
         nn.init.normal_(embedding.weight, std=dim**-0.5)
         embedding.weight[0].zero_()
+
+
+def item_embedding_table(n_items: int, dim: int) -> nn.Embedding:
+    """The (N + 1, d) item table every model owns: row 0 is padding, initialised as above."""
+    embedding = nn.Embedding(n_items + 1, dim, padding_idx=0)
+    init_item_embedding(embedding)
+    return embedding

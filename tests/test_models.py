@@ -314,3 +314,15 @@ def test_sasrec_attention_is_causal():
         before, after = attention(states), attention(changed)
     assert torch.allclose(before[:, :3], after[:, :3], atol=1e-6)
     assert not torch.allclose(before[:, 3:], after[:, 3:])
+
+
+@pytest.mark.parametrize("name", ["cmi", "mind", "comirec_dr", "comirec_sa"])
+@pytest.mark.parametrize("bad", [0, -2, 1.5])
+def test_multi_interest_models_reject_a_bad_number_of_interests(name, bad):
+    with pytest.raises(ValueError, match=rf"n_interests must be a positive integer, got {bad}"):
+        build_model(name, n_items=10, n_interests=bad)
+
+
+@pytest.mark.parametrize("name", ["youtube_dnn", "gru4rec", "sasrec"])
+def test_single_interest_models_have_one_interest_whatever_is_asked(name):
+    assert build_model(name, n_items=10, n_interests=4).n_interests == 1

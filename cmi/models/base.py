@@ -23,9 +23,16 @@ class Recommender(nn.Module):
     trainable: bool = True  # False for Pop: the trainer skips optimisation
     interest_choice: str = "max"  # how the sampled softmax scores candidates (see losses.py)
 
-    def __init__(self, *, n_items: int, dim: int, max_len: int, temperature: float) -> None:
+    def __init__(
+        self, *, n_items: int, dim: int, max_len: int, temperature: float, n_interests: int = 1
+    ) -> None:
         super().__init__()
-        for name, value in (("n_items", n_items), ("dim", dim), ("max_len", max_len)):
+        for name, value in (
+            ("n_items", n_items),
+            ("dim", dim),
+            ("max_len", max_len),
+            ("n_interests", n_interests),
+        ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if temperature <= 0:
@@ -34,6 +41,7 @@ class Recommender(nn.Module):
         self.dim = int(dim)
         self.max_len = int(max_len)
         self.temperature = float(temperature)
+        self.n_interests = int(n_interests)
 
     # --- what each model defines -------------------------------------------------------
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmi.batch import TrainBatch
-from cmi.layers import init_item_embedding, last_gru_state, padding_mask
+from cmi.layers import item_embedding_table, last_gru_state, padding_mask
 from cmi.losses import (
     balance_loss,
     contrastive_interest_loss,
@@ -56,9 +56,13 @@ class CMI(Recommender):
         lambda_uni: float = 1.0,
         general_interest: bool = True,
     ) -> None:
-        super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        if int(n_interests) != n_interests or n_interests < 1:
-            raise ValueError(f"n_interests must be a positive integer, got {n_interests!r}")
+        super().__init__(
+            n_items=n_items,
+            dim=dim,
+            max_len=max_len,
+            temperature=temperature,
+            n_interests=n_interests,
+        )
         if n_interests > dim:
             raise ValueError(f"n_interests={n_interests} orthogonal categories need dim >= K")
         for name, value in (("tau_route", tau_route), ("tau_cl", tau_cl)):
@@ -71,7 +75,6 @@ class CMI(Recommender):
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
-        self.n_interests = int(n_interests)
         self.tau_route = float(tau_route)
         self.tau_cl = float(tau_cl)
         self.lambda_cl = float(lambda_cl)
@@ -79,8 +82,7 @@ class CMI(Recommender):
         self.lambda_uni = float(lambda_uni)
         self.use_general_interest = bool(general_interest)
 
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         self.categories = nn.Parameter(torch.empty(self.n_interests, self.dim))  # (K, d)
         # NOTE: the authors' code means to initialise the category table orthogonally but the
         # parameter name it tests never matches, so it is never applied; here it is applied.

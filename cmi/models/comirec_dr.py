@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmi.layers import init_item_embedding, padding_mask, squash
+from cmi.layers import item_embedding_table, padding_mask, squash
 from cmi.models.base import Recommender
 
 
@@ -29,15 +29,17 @@ class ComiRecDR(Recommender):
         temperature: float = 1.0,
         routing_iterations: int = 3,
     ) -> None:
-        super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        if int(n_interests) != n_interests or n_interests < 1:
-            raise ValueError(f"n_interests must be a positive integer, got {n_interests!r}")
+        super().__init__(
+            n_items=n_items,
+            dim=dim,
+            max_len=max_len,
+            temperature=temperature,
+            n_interests=n_interests,
+        )
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations must be >= 1, got {routing_iterations!r}")
-        self.n_interests = int(n_interests)
         self.routing_iterations = int(routing_iterations)
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         # W_tk: (max_len, K, d_out, d_in), one bilinear map per (position, interest) pair.
         self.maps = nn.Parameter(
             torch.randn(self.max_len, self.n_interests, self.dim, self.dim) * self.dim**-0.5

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmi.layers import LearnedPositions, init_item_embedding, padding_mask
+from cmi.layers import LearnedPositions, item_embedding_table, padding_mask
 from cmi.models.base import Recommender
 
 
@@ -29,15 +29,17 @@ class ComiRecSA(Recommender):
         temperature: float = 1.0,
         attention_dim: int | None = None,
     ) -> None:
-        super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        if int(n_interests) != n_interests or n_interests < 1:
-            raise ValueError(f"n_interests must be a positive integer, got {n_interests!r}")
+        super().__init__(
+            n_items=n_items,
+            dim=dim,
+            max_len=max_len,
+            temperature=temperature,
+            n_interests=n_interests,
+        )
         attention_dim = 4 * self.dim if attention_dim is None else attention_dim
         if attention_dim < 1:
             raise ValueError(f"attention_dim must be positive, got {attention_dim!r}")
-        self.n_interests = int(n_interests)
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         self.positions = LearnedPositions(self.max_len, self.dim)  # the paper's trainable ones
         self.hidden = nn.Linear(self.dim, attention_dim)  # W1 (d_a x d)
         self.heads = nn.Linear(attention_dim, self.n_interests, bias=False)  # W2 (K x d_a)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmi.layers import history_lengths, init_item_embedding, last_gru_state
+from cmi.layers import history_lengths, item_embedding_table, last_gru_state
 from cmi.models.base import Recommender
 
 
@@ -27,12 +27,10 @@ class GRU4Rec(Recommender):
     ) -> None:
         # n_interests is accepted for a uniform constructor; the model has one interest.
         super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        self.n_interests = 1
         # NOTE: the paper feeds one-hot items and trains session-parallel mini-batches with a
         # ranking loss (BPR/TOP1); here an embedding layer feeds the GRU, whole histories are
         # batched, and the shared sampled softmax over the same item table is the loss.
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         self.gru = nn.GRU(self.dim, self.dim, num_layers=1, batch_first=True)
 
     def item_vectors(self) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cmi.batch import TrainBatch
-from cmi.layers import init_item_embedding, padding_mask, squash
+from cmi.layers import item_embedding_table, padding_mask, squash
 from cmi.losses import sampled_softmax
 from cmi.models.base import Recommender
 
@@ -32,9 +32,13 @@ class MIND(Recommender):
         routing_iterations: int = 3,
         pow_p: int = 2,
     ) -> None:
-        super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        if int(n_interests) != n_interests or n_interests < 1:
-            raise ValueError(f"n_interests must be a positive integer, got {n_interests!r}")
+        super().__init__(
+            n_items=n_items,
+            dim=dim,
+            max_len=max_len,
+            temperature=temperature,
+            n_interests=n_interests,
+        )
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations must be >= 1, got {routing_iterations!r}")
         if pow_p < 0 or not float(pow_p).is_integer():
@@ -43,11 +47,9 @@ class MIND(Recommender):
         # NOTE: the paper adapts the number of interests to the history length,
         # K_u = max(1, min(K, log2 |history|)); the study uses a fixed K for every user so
         # that all multi-interest models are compared at the same K.
-        self.n_interests = int(n_interests)
         self.routing_iterations = int(routing_iterations)
         self.pow_p = int(pow_p)
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         self.bilinear = nn.Linear(self.dim, self.dim, bias=False)  # S, shared by all pairs
         # NOTE: the paper draws the initial routing logits b_kt from a Gaussian for every
         # user; here they are drawn once and stored, so serving is deterministic.

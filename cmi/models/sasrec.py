@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmi.layers import LearnedPositions, gather_last, history_lengths, init_item_embedding
+from cmi.layers import LearnedPositions, gather_last, history_lengths, item_embedding_table
 from cmi.models.base import Recommender
 
 
@@ -83,9 +83,7 @@ class SASRec(Recommender):
             )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.n_interests = 1
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         self.positions = LearnedPositions(self.max_len, self.dim)
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(

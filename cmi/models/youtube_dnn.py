@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmi.layers import init_item_embedding, masked_mean, padding_mask
+from cmi.layers import item_embedding_table, masked_mean, padding_mask
 from cmi.models.base import Recommender
 
 
@@ -27,11 +27,9 @@ class YouTubeDNN(Recommender):
     ) -> None:
         # n_interests is accepted for a uniform constructor; the model has one interest.
         super().__init__(n_items=n_items, dim=dim, max_len=max_len, temperature=temperature)
-        self.n_interests = 1
         # NOTE: one item table serves as input embedding and softmax weight (as in ComiRec's
         # reimplementations of the baselines); the paper learns them separately.
-        self.item_embedding = nn.Embedding(self.n_items + 1, self.dim, padding_idx=0)
-        init_item_embedding(self.item_embedding)
+        self.item_embedding = item_embedding_table(self.n_items, self.dim)
         # NOTE: the paper concatenates search tokens, geography, age, gender and example age
         # with the watch vector; the study's data is item sequences only, so the tower reads
         # the watch vector alone. Its last layer is linear so the user vector can point
